@@ -1,0 +1,17 @@
+module github.com/factlens/factlens
+
+go 1.26.8
+
+require (
+	github.com/nlpodyssey/spago v1.1.0
+	github.com/spf13/cobra v1.10.2
+	github.com/x448/float16 v0.8.4
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/google/flatbuffers v23.5.26+incompatible // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	github.com/stretchr/testify v1.10.0 // indirect
+)
