@@ -228,6 +228,7 @@ var (
 	ErrGatedRepo        = errors.New("gated repository")
 	ErrUnauthorized     = errors.New("not authorized")
 	ErrNotCached        = errors.New("not in the local cache")
+	ErrCacheWrite       = errors.New("cannot write the cache")
 	ErrHubUnreachable   = errors.New("hub unreachable")
 	ErrBadDownload      = errors.New("download does not match the Hub's checksum or size")
 	ErrHubProtocol      = errors.New("unexpected Hub response")

@@ -103,7 +103,7 @@ func (h *Hub) Download(ctx context.Context, repo, revision, filename string) (lo
 	blob := filepath.Join(storage, "blobs", meta.etag)
 	pointer := hubPointerPath(storage, meta.commit, filename)
 	fsErr := func(err error) (string, string, error) {
-		return "", "", &HubError{Kind: ErrNotCached, Repo: repo, Revision: revision, File: filename,
+		return "", "", &HubError{Kind: ErrCacheWrite, Repo: repo, Revision: revision, File: filename,
 			Detail: "cannot write the cache " + h.cacheDir(), Err: err}
 	}
 
@@ -297,11 +297,11 @@ func (h *Hub) fetchBlob(ctx context.Context, repo, revision, filename string, m 
 	}
 	incomplete := blob + ".incomplete"
 	if err := os.MkdirAll(filepath.Dir(blob), 0o755); err != nil {
-		return newErr(ErrNotCached, "cannot write the cache", err)
+		return newErr(ErrCacheWrite, "cannot write the cache", err)
 	}
 	f, err := os.OpenFile(incomplete, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return newErr(ErrNotCached, "cannot write the cache", err)
+		return newErr(ErrCacheWrite, "cannot write the cache", err)
 	}
 	defer f.Close() // after a successful rename this is a harmless second close
 
@@ -322,7 +322,7 @@ func (h *Hub) fetchBlob(ctx context.Context, repo, revision, filename string, m 
 		}
 	}
 	if err != nil {
-		return newErr(ErrNotCached, "cannot read the partial download "+incomplete, err)
+		return newErr(ErrCacheWrite, "cannot read the partial download "+incomplete, err)
 	}
 
 	t := &hubTransfer{hub: h, meta: m, file: f, have: have, sum: sum, label: repo + "/" + filename}
@@ -373,13 +373,13 @@ func (h *Hub) fetchBlob(ctx context.Context, repo, revision, filename string, m 
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return newErr(ErrNotCached, "cannot write the cache", err)
+		return newErr(ErrCacheWrite, "cannot write the cache", err)
 	}
 	if err := f.Close(); err != nil {
-		return newErr(ErrNotCached, "cannot write the cache", err)
+		return newErr(ErrCacheWrite, "cannot write the cache", err)
 	}
 	if err := os.Rename(incomplete, blob); err != nil {
-		return newErr(ErrNotCached, "cannot write the cache", err)
+		return newErr(ErrCacheWrite, "cannot write the cache", err)
 	}
 	return nil
 }
@@ -415,7 +415,7 @@ func (t *hubTransfer) restart() error {
 		_, err = t.file.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		return &HubError{Kind: ErrNotCached, Detail: "cannot write the cache", Err: err}
+		return &HubError{Kind: ErrCacheWrite, Detail: "cannot write the cache", Err: err}
 	}
 	t.have = 0
 	if t.sum != nil {
@@ -514,7 +514,7 @@ func (t *hubTransfer) attempt(ctx context.Context) (received int64, retry bool, 
 					Detail: fmt.Sprintf("the server sent more than the %d bytes the Hub announced", t.meta.size)}
 			}
 			if _, err := t.file.Write(buf[:n]); err != nil {
-				return received, false, &HubError{Kind: ErrNotCached, Detail: "cannot write the cache", Err: err}
+				return received, false, &HubError{Kind: ErrCacheWrite, Detail: "cannot write the cache", Err: err}
 			}
 			if t.sum != nil {
 				t.sum.Write(buf[:n])

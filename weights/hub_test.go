@@ -906,3 +906,30 @@ func BenchmarkDownload(b *testing.B) {
 		}
 	}
 }
+
+// If the Hub answers the HEAD itself but redirects the GET to another host,
+// the token must be dropped on the way, as the HEAD's own CDN redirect does.
+func TestDownloadTokenStaysOnHubHost(t *testing.T) {
+	f := newFakeHub(t)
+	data := fakeBytes(3000, 16)
+	f.addRepo("org/lfs", commitA, map[string]fakeHubFile{"x.safetensors": {data: data, lfs: true}})
+	f.override = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Repo-Commit", commitA)
+		w.Header().Set("X-Linked-Etag", `"`+fakeSHA256(data)+`"`)
+		w.Header().Set("X-Linked-Size", fmt.Sprint(len(data)))
+		if r.Method == http.MethodHead {
+			return
+		}
+		http.Redirect(w, r, fakeCDN+"/repos/"+fakeSHA256(data)+"?X-Amz-Signature=s", http.StatusFound)
+	})
+	h := f.newHub("hf_secret")
+	if _, _, err := h.Download(context.Background(), "org/m", "main", "x.safetensors"); err != nil {
+		t.Fatal(err)
+	}
+	checkCacheEntry(t, h, "org/m", "main", commitA, "x.safetensors", data, fakeSHA256(data))
+	for _, r := range f.take() {
+		if want := map[string]string{"hub": "Bearer hf_secret", "cdn": ""}[r.host]; r.auth != want {
+			t.Errorf("%s %s on %s with Authorization %q, want %q", r.method, r.path, r.host, r.auth, want)
+		}
+	}
+}

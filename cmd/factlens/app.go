@@ -64,5 +64,8 @@ captures and patches activations by their TransformerLens hook names, and writes
 
 // commands lists the constructors of every subcommand.
 func (a *app) commands() []func() *cobra.Command {
-	return nil
+	return []func() *cobra.Command{
+		a.downloadCommand,
+		a.inspectCommand,
+	}
 }
