@@ -67,5 +67,8 @@ func (a *app) commands() []func() *cobra.Command {
 	return []func() *cobra.Command{
 		a.downloadCommand,
 		a.inspectCommand,
+		a.tokenizeCommand,
+		a.runCommand,
+		a.cacheCommand,
 	}
 }
