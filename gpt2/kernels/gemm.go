@@ -196,13 +196,13 @@ func (ks *kernelSet) run(op *operands, i0, i1, j0, j1 int) {
 	s := ks.getScratch()
 	defer ks.pool.Put(s)
 	mr, nr := ks.mr, ks.nr
-	// With a single row panel every B panel is used once, so packing it
-	// would only add a copy: read full panels of b in place.
+	// With one or two row panels each B panel is used once or twice, so
+	// packing it would mostly add a copy: read full panels of b in place
+	// (the second pass finds the kc×nc block in L2). With more row panels
+	// packing wins: in place, rows ldb apart alias into few L2 sets once
+	// ldb is a large power-of-two multiple (n = 3072, 6144).
 	directB := !op.transB && i1-i0 <= 2*mr
 	ncBlock := ks.nc
-	if directB {
-		ncBlock = j1 - j0
-	}
 	for jc := j0; jc < j1; jc += ncBlock {
 		nc := min(ncBlock, j1-jc)
 		for pc := 0; pc < op.k; pc += ks.kc {
