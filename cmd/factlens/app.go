@@ -70,5 +70,6 @@ func (a *app) commands() []func() *cobra.Command {
 		a.tokenizeCommand,
 		a.runCommand,
 		a.cacheCommand,
+		a.activationsCommand,
 	}
 }

@@ -116,7 +116,11 @@ func mix(t float64, a, b [3]float64) string {
 
 func htmlHeatmap(w io.Writer, h *Heatmap) {
 	esc := html.EscapeString
-	const cw, ch = 46, 18
+	const ch = 18
+	cw := 46
+	for _, l := range h.ColLabels {
+		cw = max(cw, len([]rune(visible(l)))*7+8)
+	}
 	labelW := 8
 	for _, l := range h.RowLabels {
 		labelW = max(labelW, len([]rune(visible(l)))*7+10)
