@@ -79,19 +79,11 @@ heatmaps.`,
 			if topK < 1 {
 				return usagef("--top must be at least 1")
 			}
-			text, err := a.readTextArg(args[0])
-			if err != nil {
-				return err
-			}
-			lm, err := a.loadModel(cmd.Context(), &rf)
+			lm, text, ids, err := a.loadPrompt(cmd.Context(), &rf, args[0])
 			if err != nil {
 				return err
 			}
 			defer lm.Close()
-			ids, err := lm.encodePrompt(text)
-			if err != nil {
-				return err
-			}
 			res, err := a.activationReport(cmd.Context(), lm, text, ids, topK, threshold)
 			if err != nil {
 				return err

@@ -170,3 +170,19 @@ func (a *app) readTextArg(arg string) (string, error) {
 	}
 	return string(b), nil
 }
+
+// loadPrompt reads a TEXT argument ("-" is standard input), loads the model
+// and tokenizes the text, checking it fits. The caller closes lm.
+func (a *app) loadPrompt(ctx context.Context, f *runFlags, arg string) (lm *loadedModel, text string, ids []int, err error) {
+	if text, err = a.readTextArg(arg); err != nil {
+		return nil, "", nil, err
+	}
+	if lm, err = a.loadModel(ctx, f); err != nil {
+		return nil, "", nil, err
+	}
+	if ids, err = lm.encodePrompt(text); err != nil {
+		lm.Close()
+		return nil, "", nil, err
+	}
+	return lm, text, ids, nil
+}

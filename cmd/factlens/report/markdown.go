@@ -27,49 +27,16 @@ func Markdown(w io.Writer, doc *Document) error {
 			mdTable(bw, b.Header, b.Rows, b.NumericCols)
 		case *Heatmap:
 			mdCaption(bw, b.Caption)
-			header := append([]string{""}, b.ColLabels...)
-			rows := make([][]string, len(b.Values))
-			for i, vals := range b.Values {
-				row := []string{""}
-				if i < len(b.RowLabels) {
-					row[0] = b.RowLabels[i]
-				}
-				for _, v := range vals {
-					row = append(row, formatNumber(v, b.Digits))
-				}
-				rows[i] = row
-			}
-			mdTable(bw, header, rows, nil)
+			g := b.grid()
+			mdTable(bw, g.header, g.rows, nil)
 		case *Bars:
 			mdCaption(bw, b.Caption)
-			rows := make([][]string, len(b.Values))
-			for i, v := range b.Values {
-				label := ""
-				if i < len(b.Labels) {
-					label = b.Labels[i]
-				}
-				rows[i] = []string{label, fmt.Sprintf("%g", v)}
-			}
-			mdTable(bw, []string{b.XLabel, b.YLabel}, rows, []int{1})
+			g := b.grid()
+			mdTable(bw, g.header, g.rows, g.numeric)
 		case *Lines:
 			mdCaption(bw, b.Caption)
-			header := []string{b.XLabel}
-			for _, s := range b.Series {
-				header = append(header, s.Name)
-			}
-			rows := make([][]string, len(b.X))
-			for i, x := range b.X {
-				row := []string{trimFloat(x)}
-				for _, s := range b.Series {
-					v := ""
-					if i < len(s.Y) {
-						v = formatNumber(s.Y[i], 4)
-					}
-					row = append(row, v)
-				}
-				rows[i] = row
-			}
-			mdTable(bw, header, rows, nil)
+			g := b.grid()
+			mdTable(bw, g.header, g.rows, nil)
 		}
 	}
 	return bw.Flush()

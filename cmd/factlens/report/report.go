@@ -166,3 +166,61 @@ func visible(s string) string {
 func Token(s string) string {
 	return "'" + visible(s) + "'"
 }
+
+// grid is a figure's numbers as a table, for the renderers that cannot draw:
+// a header, rows of formatted cells, and the numeric columns.
+type grid struct {
+	header  []string
+	rows    [][]string
+	numeric []int
+}
+
+func (h *Heatmap) grid() grid {
+	g := grid{header: append([]string{""}, h.ColLabels...)}
+	for j := range h.ColLabels {
+		g.numeric = append(g.numeric, j+1)
+	}
+	for i, vals := range h.Values {
+		row := []string{""}
+		if i < len(h.RowLabels) {
+			row[0] = h.RowLabels[i]
+		}
+		for _, v := range vals {
+			row = append(row, formatNumber(v, h.Digits))
+		}
+		g.rows = append(g.rows, row)
+	}
+	return g
+}
+
+func (l *Lines) grid() grid {
+	g := grid{header: []string{l.XLabel}, numeric: []int{0}}
+	for j, s := range l.Series {
+		g.header = append(g.header, s.Name)
+		g.numeric = append(g.numeric, j+1)
+	}
+	for i, x := range l.X {
+		row := []string{trimFloat(x)}
+		for _, s := range l.Series {
+			v := ""
+			if i < len(s.Y) {
+				v = formatNumber(s.Y[i], 4)
+			}
+			row = append(row, v)
+		}
+		g.rows = append(g.rows, row)
+	}
+	return g
+}
+
+func (b *Bars) grid() grid {
+	g := grid{header: []string{b.XLabel, b.YLabel}, numeric: []int{1}}
+	for i, v := range b.Values {
+		label := ""
+		if i < len(b.Labels) {
+			label = b.Labels[i]
+		}
+		g.rows = append(g.rows, []string{label, fmt.Sprintf("%g", v)})
+	}
+	return g
+}

@@ -30,50 +30,15 @@ func Text(w io.Writer, doc *Document) error {
 			writeAligned(bw, b.Header, b.Rows, b.NumericCols)
 		case *Heatmap:
 			writeCaption(bw, b.Caption)
-			header := append([]string{""}, b.ColLabels...)
-			rows := make([][]string, len(b.Values))
-			numeric := make([]int, len(b.ColLabels))
-			for j := range numeric {
-				numeric[j] = j + 1
-			}
-			for i, vals := range b.Values {
-				label := ""
-				if i < len(b.RowLabels) {
-					label = b.RowLabels[i]
-				}
-				row := []string{label}
-				for _, v := range vals {
-					row = append(row, formatNumber(v, b.Digits))
-				}
-				rows[i] = row
-			}
-			writeAligned(bw, header, rows, numeric)
+			g := b.grid()
+			writeAligned(bw, g.header, g.rows, g.numeric)
 		case *Bars:
 			writeCaption(bw, b.Caption)
 			writeBars(bw, b)
 		case *Lines:
 			writeCaption(bw, b.Caption)
-			header := []string{b.XLabel}
-			for _, s := range b.Series {
-				header = append(header, s.Name)
-			}
-			rows := make([][]string, len(b.X))
-			numeric := []int{0}
-			for j := range b.Series {
-				numeric = append(numeric, j+1)
-			}
-			for i, x := range b.X {
-				row := []string{trimFloat(x)}
-				for _, s := range b.Series {
-					v := ""
-					if i < len(s.Y) {
-						v = formatNumber(s.Y[i], 4)
-					}
-					row = append(row, v)
-				}
-				rows[i] = row
-			}
-			writeAligned(bw, header, rows, numeric)
+			g := b.grid()
+			writeAligned(bw, g.header, g.rows, g.numeric)
 		}
 	}
 	return bw.Flush()
