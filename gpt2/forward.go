@@ -645,19 +645,22 @@ func softmax(row []float32) {
 
 // activate applies the MLP nonlinearity to x in place, split over cores.
 func (r *run) activate(x []float32) {
-	var f func([]float32)
-	switch r.m.act {
-	case weights.ActivationGELUTanh:
-		f = kernels.GELU
-	case weights.ActivationGELUErf:
-		f = geluErf
-	default:
-		f = relu
-	}
+	f := r.m.activation()
 	const chunk = 16384
 	parallelFor((len(x)+chunk-1)/chunk, func(_, c int) {
 		f(x[c*chunk : min((c+1)*chunk, len(x))])
 	})
+}
+
+// activation returns the config's MLP nonlinearity, which works in place.
+func (m *Model) activation() func([]float32) {
+	switch m.act {
+	case weights.ActivationGELUTanh:
+		return kernels.GELU
+	case weights.ActivationGELUErf:
+		return geluErf
+	}
+	return relu
 }
 
 // geluErf is the exact GELU, 0.5·x·(1 + erf(x/√2)).
