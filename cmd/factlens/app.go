@@ -71,5 +71,12 @@ func (a *app) commands() []func() *cobra.Command {
 		a.runCommand,
 		a.cacheCommand,
 		a.activationsCommand,
+		a.dlaCommand,
+		a.traceCommand,
+		a.patchCommand,
+		a.neuronsCommand,
+		a.conjunctionCommand,
+		a.probeCommand,
+		a.saeCommand,
 	}
 }

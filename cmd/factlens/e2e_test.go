@@ -200,9 +200,16 @@ func TestEndToEnd(t *testing.T) {
 		{"run", "--model", "factlens/tiny", "--processing", "tl", "--prepend-bos", "--format", "json", "Michael Jordan"},
 		{"cache", "--model", "factlens/tiny", "--out", filepath.Join(t.TempDir(), "acts.safetensors"), "Michael Jordan"},
 	}
+	corpus, saeDir := shakespeareCorpus(t, 100), filepath.Join(t.TempDir(), "sae")
+	steps = append(steps,
+		[]string{"sae", "train", "--model", "factlens/tiny", "--hook", "blocks.1.hook_resid_pre", "--corpus", corpus, "--out", saeDir,
+			"--k", "4", "--expansion", "2", "--batch", "64", "--tokens", "1280", "--context", "32", "--buffer", "512", "--norm-batches", "1"},
+		[]string{"sae", "eval", "--model", "factlens/tiny", "--sae", saeDir, "--corpus", corpus, "--windows", "2"},
+		[]string{"sae", "features", "--model", "factlens/tiny", "--sae", saeDir, "--format", "md", "Michael Jordan"})
 	for _, format := range []string{"text", "json", "md"} {
 		steps = append(steps, []string{"activations", "--model", "factlens/tiny", "--format", format, "Michael Jordan plays the sport of"})
 	}
+	steps = append(steps, []string{"dla", "--model", "factlens/tiny", "--format", "md", "--target", " basketball", "--contrast", " baseball", "Michael Jordan plays the sport of"})
 	for _, args := range steps {
 		if out := withEnv(offline, args...); out.code != 0 || (args[0] != "cache" && out.stdout == "") {
 			t.Errorf("%v: exit %d, %d bytes out: %s", args, out.code, len(out.stdout), out.stderr)
@@ -218,5 +225,18 @@ func TestEndToEnd(t *testing.T) {
 	checkRendered(t, html, dom)
 	if !strings.Contains(dom, "Logit lens") || !strings.Contains(dom, "&nbsp;Jordan") && !strings.Contains(dom, " Jordan") {
 		t.Error("rendered report lacks its sections")
+	}
+
+	// An analysis report: a causal trace's heatmaps, rendered by the browser.
+	traceHTML := filepath.Join(t.TempDir(), "trace.html")
+	out = withEnv(offline, "trace", "--model", "factlens/tiny", "--subject", "Michael Jordan", "--noise-std", "0.5", "--samples", "2",
+		"--format", "html", "--out", traceHTML, "Michael Jordan plays the sport of")
+	if out.code != 0 {
+		t.Fatalf("trace html: exit %d: %s", out.code, out.stderr)
+	}
+	dom, _ = renderInChromium(t, traceHTML)
+	checkRendered(t, traceHTML, dom)
+	if !strings.Contains(dom, "Causal trace") || !strings.Contains(dom, "Hidden states") {
+		t.Error("rendered trace lacks its sections")
 	}
 }

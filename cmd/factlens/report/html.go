@@ -217,7 +217,12 @@ var seriesColours = []string{"#d73027", "#4575b4", "#1a9850", "#984ea3", "#ff7f0
 
 func htmlLines(w io.Writer, l *Lines) {
 	esc := html.EscapeString
-	const width, height, left, right, top, bottom = 640, 300, 60, 150, 10, 40
+	const height, left, top, bottom = 300, 60, 10, 40
+	right := 150
+	for _, s := range l.Series {
+		right = max(right, len([]rune(s.Name))*7+20)
+	}
+	width := 490 + right
 	xlo, xhi, okx := valueRange([][]float64{l.X})
 	ys := make([][]float64, len(l.Series))
 	for i, s := range l.Series {
@@ -234,7 +239,8 @@ func htmlLines(w io.Writer, l *Lines) {
 	if yhi == ylo {
 		yhi = ylo + 1
 	}
-	px := func(x float64) float64 { return left + (width-left-right)*(x-xlo)/(xhi-xlo) }
+	plotW := float64(width - left - right)
+	px := func(x float64) float64 { return left + plotW*(x-xlo)/(xhi-xlo) }
 	py := func(y float64) float64 { return top + (height-top-bottom)*(yhi-y)/(yhi-ylo) }
 	fmt.Fprintln(w, "<figure>")
 	if l.Caption != "" {

@@ -123,6 +123,20 @@ func formatNumber(v float64, digits int) string {
 	return fmt.Sprintf("%.*f", digits, v)
 }
 
+// formatPlotValue prints a plotted value compactly: integers (counts, ranks,
+// layers) without decimals, other values with four significant digits.
+func formatPlotValue(v float64) string {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return formatNumber(v, 0)
+	case v == math.Trunc(v) && math.Abs(v) < 1e15:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.4g", v)
+}
+
 // valueRange returns the finite min and max of a grid; ok is false when no
 // cell is finite.
 func valueRange(values [][]float64) (lo, hi float64, ok bool) {
@@ -204,7 +218,7 @@ func (l *Lines) grid() grid {
 		for _, s := range l.Series {
 			v := ""
 			if i < len(s.Y) {
-				v = formatNumber(s.Y[i], 4)
+				v = formatPlotValue(s.Y[i])
 			}
 			row = append(row, v)
 		}
