@@ -70,6 +70,7 @@ func (a *app) commands() []func() *cobra.Command {
 		a.tokenizeCommand,
 		a.runCommand,
 		a.cacheCommand,
+		a.toyCommand,
 		a.activationsCommand,
 		a.dlaCommand,
 		a.traceCommand,
@@ -78,5 +79,6 @@ func (a *app) commands() []func() *cobra.Command {
 		a.conjunctionCommand,
 		a.probeCommand,
 		a.saeCommand,
+		a.reproduceCommand,
 	}
 }
