@@ -71,6 +71,7 @@ func (a *app) commands() []func() *cobra.Command {
 		a.runCommand,
 		a.cacheCommand,
 		a.toyCommand,
+		a.demoCommand,
 		a.activationsCommand,
 		a.dlaCommand,
 		a.traceCommand,
