@@ -1,6 +1,9 @@
 // Command factlens runs GPT-2 interpretability jobs from the command line:
-// download and inspect checkpoints, tokenize, run and cache activations by
-// their TransformerLens hook names, and write activation reports.
+// download and inspect checkpoints; tokenize, run, generate and cache
+// activations by their TransformerLens hook names; activation reports;
+// fact attribution (dla, trace, patch, neurons, conjunction, probe); sparse
+// autoencoders (sae train, eval, features); toy fact-memorization models
+// (toy); the published fact-recall studies (reproduce); and an offline demo.
 //
 // Exit status: 0 on success, 1 on a usage error (the usage is shown), 2 on a
 // failure (one line naming the cause).
