@@ -58,7 +58,12 @@
 // demo drops from 100% to 22% without it.
 //
 // Sweep trains a grid of worlds × MLP widths and reports the facts stored per
-// neuron; Analyze runs package analysis' conjunction survey and minimal
+// neuron. The default grid (256–4,096 people × d_mlp 1–32, default model and
+// training, 20 minutes) stores 512 facts at ≥90% recall on 8 neurons, 1,024
+// on 16 and 2,048 on 32: 64 facts per neuron (a neuron has 65 parameters and
+// a fact is 2 bits), and a single neuron with the attention layer stores
+// 256; 11 of its 30 models stop at the 20,000-step limit, so those numbers
+// are lower bounds. Analyze runs package analysis' conjunction survey and minimal
 // neuron ablations on a trained model and compares the counts with
 // computation in superposition.
 package toy

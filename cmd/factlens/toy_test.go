@@ -144,4 +144,12 @@ func TestToySweepReport(t *testing.T) {
 	if len(res.Points) != 1 || res.Points[0].Facts != 16 || res.Headline == "" {
 		t.Errorf("sweep json: %+v", res)
 	}
+	saved := filepath.Join(t.TempDir(), "sweep.json")
+	if err := os.WriteFile(saved, []byte(out.stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	md := factlens(t, "", "toy", "sweep", "--from", saved, "--format", "md")
+	if md.code != 0 || !strings.Contains(md.stdout, res.Headline) {
+		t.Errorf("--from: exit %d: %s", md.code, md.stderr)
+	}
 }
