@@ -117,7 +117,7 @@ func (t *Trainer) saveCheckpoint(src Source) error {
 	if err := syncDir(c.CheckpointDir); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(c.CheckpointDir, latestFile), []byte(name+"\n")); err != nil {
+	if err := weights.WriteFileBytesAtomic(filepath.Join(c.CheckpointDir, latestFile), []byte(name+"\n")); err != nil {
 		return err
 	}
 	return t.pruneCheckpoints(name)

@@ -62,7 +62,7 @@ func (s *SAE) Save(dir string) error {
 	}
 	if c.Normalization == NormExpectedAverageOnlyIn {
 		b, _ := json.Marshal(map[string]float64{"scaling_factor": c.NormScalingFactor})
-		if err := writeFileAtomic(filepath.Join(dir, ActivationScaler), b); err != nil {
+		if err := weights.WriteFileBytesAtomic(filepath.Join(dir, ActivationScaler), b); err != nil {
 			return err
 		}
 	}
@@ -70,7 +70,7 @@ func (s *SAE) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("sae: save: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, CfgFile), append(b, '\n'))
+	return weights.WriteFileBytesAtomic(filepath.Join(dir, CfgFile), append(b, '\n'))
 }
 
 // cfgJSON is cfg.json as SAELens 6 writes it.
@@ -628,29 +628,4 @@ func (f fields) optBool(k string) (bool, bool, error) {
 		return false, false, fmt.Errorf("field %s is %v, want true or false", k, raw)
 	}
 	return b, true, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it and
-// renames it over path.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("sae: %w", err)
-	}
-	name := tmp.Name()
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, path)
-	}
-	if err != nil {
-		os.Remove(name)
-		return fmt.Errorf("sae: write %s: %w", path, err)
-	}
-	return nil
 }

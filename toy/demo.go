@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/factlens/factlens/weights"
 )
 
 // The demo model ships inside the binary so that `factlens demo` runs
@@ -53,7 +55,7 @@ func WriteDemo(dir string) error {
 		if err != nil {
 			return fmt.Errorf("toy: demo: %w", err)
 		}
-		return writeFileAtomic(filepath.Join(dir, path), b)
+		return weights.WriteFileBytesAtomic(filepath.Join(dir, path), b)
 	})
 }
 

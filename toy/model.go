@@ -213,7 +213,7 @@ func writeFolder(dir string, cfg *weights.Config, params []weights.Tensor, vocab
 	if err != nil {
 		return fmt.Errorf("toy: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, WorldFile), append(wb, '\n')); err != nil {
+	if err := weights.WriteFileBytesAtomic(filepath.Join(dir, WorldFile), append(wb, '\n')); err != nil {
 		return err
 	}
 	var facts strings.Builder
@@ -225,14 +225,14 @@ func writeFolder(dir string, cfg *weights.Config, params []weights.Tensor, vocab
 		facts.Write(b)
 		facts.WriteByte('\n')
 	}
-	if err := writeFileAtomic(filepath.Join(dir, FactsFile), []byte(facts.String())); err != nil {
+	if err := weights.WriteFileBytesAtomic(filepath.Join(dir, FactsFile), []byte(facts.String())); err != nil {
 		return err
 	}
 	sb, err := json.MarshalIndent(st, "", " ")
 	if err != nil {
 		return fmt.Errorf("toy: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, TrainingFile), append(sb, '\n')); err != nil {
+	if err := weights.WriteFileBytesAtomic(filepath.Join(dir, TrainingFile), append(sb, '\n')); err != nil {
 		return err
 	}
 	return weights.SaveCheckpoint(dir, cfg, params, weights.SaveOptions{})

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/factlens/factlens/gpt2"
+	"github.com/factlens/factlens/weights"
 )
 
 // Vocabulary is the toy models' own small byte-level BPE vocabulary, in
@@ -140,10 +141,10 @@ func (v *Vocabulary) MergesTxt() []byte {
 
 // WriteFiles writes vocab.json and merges.txt into dir.
 func (v *Vocabulary) WriteFiles(dir string) error {
-	if err := writeFileAtomic(filepath.Join(dir, "vocab.json"), v.VocabJSON()); err != nil {
+	if err := weights.WriteFileBytesAtomic(filepath.Join(dir, "vocab.json"), v.VocabJSON()); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "merges.txt"), v.MergesTxt())
+	return weights.WriteFileBytesAtomic(filepath.Join(dir, "merges.txt"), v.MergesTxt())
 }
 
 // Tokenizer writes the vocabulary to a temporary folder and loads it with
@@ -158,28 +159,4 @@ func (v *Vocabulary) Tokenizer() (*gpt2.Tokenizer, error) {
 		return nil, err
 	}
 	return gpt2.LoadTokenizer(dir)
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it
-// into place.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("toy: writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("toy: writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("toy: writing %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("toy: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("toy: writing %s: %w", path, err)
-	}
-	return nil
 }

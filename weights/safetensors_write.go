@@ -60,7 +60,7 @@ func WriteSafetensors(path string, tensors []Tensor, metadata map[string]string,
 	for i, t := range tensors {
 		e, err := floatEntry(t, s.dtype)
 		if err != nil {
-			return fmt.Errorf("weights: write %s: %w", path, err)
+			return fmt.Errorf("writing %s: %w", path, err)
 		}
 		entries[i] = e
 	}
@@ -198,9 +198,9 @@ func writeEntries(path string, entries []rawEntry, metadata map[string]string, d
 	}
 	header, err := encodeHeader(entries, begins, metadata)
 	if err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	return writeFileAtomic(path, func(w io.Writer) error {
+	return WriteFileAtomic(path, func(w io.Writer) error {
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
 		if _, err := w.Write(n[:]); err != nil {
@@ -266,16 +266,18 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// writeFileAtomic writes path through a temporary file in the same folder,
-// so that readers see either the old file or the complete new one.
-func writeFileAtomic(path string, write func(w io.Writer) error) (err error) {
+// WriteFileAtomic writes path through a temporary file in the same folder,
+// synced and renamed into place, so that readers (and a crash or Ctrl-C
+// half-way) see either the old file or the complete new one. Every package
+// of factlens writes its files through it.
+func WriteFileAtomic(path string, write func(w io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -285,22 +287,30 @@ func writeFileAtomic(path string, write func(w io.Writer) error) (err error) {
 	}()
 	bw := bufio.NewWriterSize(tmp, 1<<20)
 	if err := write(bw); err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("weights: write %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// WriteFileBytesAtomic is WriteFileAtomic for data already in memory.
+func WriteFileBytesAtomic(path string, data []byte) error {
+	return WriteFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 }

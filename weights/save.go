@@ -198,7 +198,7 @@ func writeJSONAtomic(path string, v any) error {
 		return fmt.Errorf("weights: write %s: %w", path, err)
 	}
 	b = append(b, '\n')
-	return writeFileAtomic(path, func(w io.Writer) error {
+	return WriteFileAtomic(path, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})
