@@ -77,3 +77,36 @@ func BenchmarkForward(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLinear times the forward's Conv1D products at 128 tokens, through
+// the same path the forward takes (bias rows, then MatMul accumulating):
+// attn.c_proj (768×768·768×128 as the issue writes it, x[128×768]·W[768×768])
+// and mlp.c_fc (3072×768·768×128, x[128×768]·W[768×3072]). GFLOP/s counts
+// 2·rows·in·out per call.
+func BenchmarkLinear(b *testing.B) {
+	for _, tc := range []struct {
+		name          string
+		rows, in, out int
+	}{
+		{"768x768x128", 128, 768, 768},
+		{"3072x768x128", 128, 768, 3072},
+	} {
+		rng := rand.New(rand.NewPCG(4, 0))
+		x := make([]float32, tc.rows*tc.in)
+		w := make([]float32, tc.in*tc.out)
+		bias := make([]float32, tc.out)
+		for _, s := range [][]float32{x, w, bias} {
+			for i := range s {
+				s[i] = float32(rng.Float64() - 0.5)
+			}
+		}
+		y := make([]float32, tc.rows*tc.out)
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				linear(y, x, w, bias, tc.rows, tc.in, tc.out)
+			}
+			flops := 2 * float64(tc.rows*tc.in*tc.out) * float64(b.N)
+			b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

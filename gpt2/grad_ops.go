@@ -597,13 +597,35 @@ func (g *graph) unembed(x *node) *node {
 			return
 		}
 		gyc := gatherRows(gy, live, v)
+		xr := gatherRows(x.data, rows, d)
+		nz := sparseColumns(gyc, len(live), v)
 		n.accParam(U, func(grad []float32) {
-			kernels.MatMulTransA(grad, gyc, gatherRows(x.data, rows, d), v, len(live), d, true)
+			if nz == nil {
+				kernels.MatMulTransA(grad, gyc, xr, v, len(live), d, true)
+				return
+			}
+			for _, j := range nz {
+				for r := range live {
+					if a := gyc[r*v+j]; a != 0 {
+						kernels.Axpy(a, xr[r*d:(r+1)*d], grad[j*d:(j+1)*d])
+					}
+				}
+			}
 		})
 		n.accParam(uB, func(grad []float32) { addColumnSums(grad, gyc, len(live)) })
 		if needs(x.op) {
 			dxc := make([]float32, len(live)*d)
-			kernels.MatMul(dxc, gyc, pm.unembed, len(live), v, d, false)
+			if nz == nil {
+				kernels.MatMul(dxc, gyc, pm.unembed, len(live), v, d, false)
+			} else {
+				for r := range live {
+					for _, j := range nz {
+						if a := gyc[r*v+j]; a != 0 {
+							kernels.Axpy(a, pm.unembed[j*d:(j+1)*d], dxc[r*d:(r+1)*d])
+						}
+					}
+				}
+			}
 			dx := g.buf(len(x.data))
 			for i, r := range rows {
 				copy(dx[r*d:(r+1)*d], dxc[i*d:(i+1)*d])
@@ -612,6 +634,27 @@ func (g *graph) unembed(x *node) *node {
 			g.release(dx)
 		}
 	}, x.op, U, uB)
+}
+
+// sparseColumns returns the columns of m [rows×cols] holding a nonzero,
+// in order, or nil when more than 1/8 of them do. A logit difference's
+// gradient has two: its products with the unembedding then touch two rows
+// of wte instead of all 50,257 (154 MB read, and written for its gradient);
+// skipped terms are exact zeros, as in the dense product of finite values.
+func sparseColumns(m []float32, rows, cols int) []int {
+	var nz []int
+	for j := 0; j < cols; j++ {
+		for r := 0; r < rows; r++ {
+			if m[r*cols+j] != 0 {
+				nz = append(nz, j)
+				break
+			}
+		}
+		if len(nz) > cols/8 {
+			return nil
+		}
+	}
+	return nz
 }
 
 // gatherRows copies rows idx of m (rows of n floats) into a new slice.
