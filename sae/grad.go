@@ -256,7 +256,7 @@ func lossAndGrad(s *SAE, x []float32, n int, o lossOptions, w *workspace, g *gra
 		parallelRows(dSAE, func(lo, hi int) {
 			for j := lo; j < hi; j++ {
 				if w.actSum[j] != 0 && w.decNorm[j] > 0 {
-					axpy(l1PerAct*w.actSum[j]/w.decNorm[j], s.WDec[j*dIn:(j+1)*dIn], g.WDec[j*dIn:(j+1)*dIn])
+					kernels.Axpy(l1PerAct*w.actSum[j]/w.decNorm[j], s.WDec[j*dIn:(j+1)*dIn], g.WDec[j*dIn:(j+1)*dIn])
 				}
 			}
 		})
@@ -266,14 +266,14 @@ func lossAndGrad(s *SAE, x []float32, n int, o lossOptions, w *workspace, g *gra
 	// encoder input's share W_enc·Σ_b dpre_b.
 	clear(g.BDec)
 	for r := 0; r < n; r++ {
-		axpy(1, w.gOut[r*dIn:(r+1)*dIn], g.BDec)
+		kernels.Axpy(1, w.gOut[r*dIn:(r+1)*dIn], g.BDec)
 		if auxScale != 0 {
-			axpy(1, w.gAux[r*dIn:(r+1)*dIn], g.BDec)
+			kernels.Axpy(1, w.gAux[r*dIn:(r+1)*dIn], g.BDec)
 		}
 	}
 	if c.ApplyBDecToInput {
 		for i := 0; i < dIn; i++ {
-			g.BDec[i] -= dot(s.WEnc[i*dSAE:(i+1)*dSAE], g.BEnc)
+			g.BDec[i] -= kernels.Dot(s.WEnc[i*dSAE:(i+1)*dSAE], g.BEnc)
 		}
 	}
 	return parts, nil
@@ -297,7 +297,7 @@ func (w *workspace) backwardSparse(g *grads, l1PerAct float32) {
 			clear(gj)
 			for p := w.dpreT.ptr[j]; p < w.dpreT.ptr[j+1]; p++ {
 				b := w.dpreT.idx[p]
-				axpy(w.dpreT.val[p], w.saeIn[int(b)*dIn:int(b+1)*dIn], gj)
+				kernels.Axpy(w.dpreT.val[p], w.saeIn[int(b)*dIn:int(b+1)*dIn], gj)
 			}
 		}
 	})
@@ -311,7 +311,7 @@ func (w *workspace) backwardSparse(g *grads, l1PerAct float32) {
 			clear(gj)
 			for p := w.actsT.ptr[j]; p < w.actsT.ptr[j+1]; p++ {
 				b := w.actsT.idx[p]
-				axpy(w.actsT.val[p], w.gOut[int(b)*dIn:int(b+1)*dIn], gj)
+				kernels.Axpy(w.actsT.val[p], w.gOut[int(b)*dIn:int(b+1)*dIn], gj)
 			}
 		}
 	})
@@ -347,7 +347,7 @@ func (w *workspace) backwardDense(g *grads, l1PerAct float32) {
 		col := g.BEnc[lo:hi]
 		clear(col)
 		for r := 0; r < n; r++ {
-			axpy(1, dpre[r*dSAE+lo:r*dSAE+hi], col)
+			kernels.Axpy(1, dpre[r*dSAE+lo:r*dSAE+hi], col)
 		}
 	})
 	kernels.MatMulTransA(g.WEnc, w.saeIn, dpre, dIn, n, dSAE, false)
@@ -435,7 +435,7 @@ func decodeCSR(out []float32, acts *csr, wDec, bDec []float32, dIn int) {
 			copy(o, bDec)
 			for p := acts.ptr[r]; p < acts.ptr[r+1]; p++ {
 				j := int(acts.idx[p])
-				axpy(acts.val[p], wDec[j*dIn:(j+1)*dIn], o)
+				kernels.Axpy(acts.val[p], wDec[j*dIn:(j+1)*dIn], o)
 			}
 		}
 	})
@@ -453,7 +453,7 @@ func (w *workspace) buildDpre(l1PerAct float32) {
 		gOut := w.gOut[r*dIn : (r+1)*dIn]
 		for p := w.acts.ptr[r]; p < w.acts.ptr[r+1]; p++ {
 			j := w.acts.idx[p]
-			v := dot(gOut, wDec[int(j)*dIn:int(j+1)*dIn]) + l1PerAct*w.decNorm[j]
+			v := kernels.Dot(gOut, wDec[int(j)*dIn:int(j+1)*dIn]) + l1PerAct*w.decNorm[j]
 			emit(j, v)
 		}
 	})
@@ -464,7 +464,7 @@ func rowNorms(out, m []float32, rows, cols int) {
 	parallelRows(rows, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			r := m[j*cols : (j+1)*cols]
-			out[j] = float32(math.Sqrt(float64(dot(r, r))))
+			out[j] = float32(math.Sqrt(float64(kernels.Dot(r, r))))
 		}
 	})
 }

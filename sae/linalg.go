@@ -39,38 +39,6 @@ func matMul(c, a, b []float32, m, k, n int) {
 	kernels.MatMul(c, a, b, m, k, n, false)
 }
 
-// axpy computes y += alpha·x.
-func axpy(alpha float32, x, y []float32) {
-	y = y[:len(x)]
-	i := 0
-	for ; i+4 <= len(x); i += 4 {
-		y[i] += alpha * x[i]
-		y[i+1] += alpha * x[i+1]
-		y[i+2] += alpha * x[i+2]
-		y[i+3] += alpha * x[i+3]
-	}
-	for ; i < len(x); i++ {
-		y[i] += alpha * x[i]
-	}
-}
-
-// dot returns x·y accumulated in four float32 lanes.
-func dot(x, y []float32) float32 {
-	y = y[:len(x)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(x); i += 4 {
-		s0 += x[i] * y[i]
-		s1 += x[i+1] * y[i+1]
-		s2 += x[i+2] * y[i+2]
-		s3 += x[i+3] * y[i+3]
-	}
-	for ; i < len(x); i++ {
-		s0 += x[i] * y[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
 // decodeDense computes out[n×dIn] = acts[n×dSAE]·wDec + bDec, skipping zero
 // activations (SAE activations are sparse, so this is far cheaper than a
 // dense product).
@@ -81,7 +49,7 @@ func decodeDense(out, acts, wDec, bDec []float32, n, dSAE, dIn int) {
 			copy(o, bDec)
 			for j, a := range acts[r*dSAE : (r+1)*dSAE] {
 				if a != 0 {
-					axpy(a, wDec[j*dIn:(j+1)*dIn], o)
+					kernels.Axpy(a, wDec[j*dIn:(j+1)*dIn], o)
 				}
 			}
 		}

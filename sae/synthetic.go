@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/factlens/factlens/gpt2/kernels"
 )
 
 // SyntheticSource generates activations with a known sparse structure, for
@@ -74,7 +76,7 @@ func (s *SyntheticSource) Next(ctx context.Context, dst []float32) error {
 				}
 				chosen = append(chosen, j)
 				mag := float32(s.MinMag + (s.MaxMag-s.MinMag)*rng.Float64())
-				axpy(mag, s.Features[j*s.dIn:(j+1)*s.dIn], out)
+				kernels.Axpy(mag, s.Features[j*s.dIn:(j+1)*s.dIn], out)
 			}
 		}
 	})
@@ -103,7 +105,7 @@ func (src *SyntheticSource) Recovery(s *SAE, threshold float64) (best []float64,
 				if norms[j] == 0 {
 					continue
 				}
-				c := float64(dot(gt, s.WDec[j*d:(j+1)*d]) / norms[j])
+				c := float64(kernels.Dot(gt, s.WDec[j*d:(j+1)*d]) / norms[j])
 				b = math.Max(b, c)
 			}
 			best[f] = b

@@ -146,7 +146,7 @@ func (w *workspace) auxBackward(g *grads) {
 	parallelRows(nd, func(lo, hi int) {
 		for k := lo; k < hi; k++ {
 			j := int(w.dead[k])
-			axpy(1, gw[k*dIn:(k+1)*dIn], g.WDec[j*dIn:(j+1)*dIn])
+			kernels.Axpy(1, gw[k*dIn:(k+1)*dIn], g.WDec[j*dIn:(j+1)*dIn])
 		}
 	})
 	// dpre at the aux entries: gAux·W_deadᵀ, kept where aux selected.
@@ -172,7 +172,7 @@ func (w *workspace) auxBackward(g *grads) {
 	colSums := make([]float32, nd)
 	parallelRows(nd, func(lo, hi int) {
 		for r := 0; r < n; r++ {
-			axpy(1, d[r*nd+lo:r*nd+hi], colSums[lo:hi])
+			kernels.Axpy(1, d[r*nd+lo:r*nd+hi], colSums[lo:hi])
 		}
 	})
 	for k, j := range w.dead {

@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/factlens/factlens/gpt2/kernels"
 )
 
 // Source yields training activations. Synthetic data, tests and the model
@@ -197,7 +199,7 @@ func NewTrainer(cfg TrainConfig) (*Trainer, error) {
 	}
 	for j := 0; j < dSAE; j++ {
 		row := s.WDec[j*dIn : (j+1)*dIn]
-		n := math.Sqrt(float64(dot(row, row)))
+		n := math.Sqrt(float64(kernels.Dot(row, row)))
 		for i := range row {
 			row[i] = float32(float64(row[i]) * norm / n)
 		}
@@ -437,7 +439,7 @@ func removeParallelComponent(g, w []float32, rows, cols int) {
 	parallelRows(rows, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			gj, wj := g[j*cols:(j+1)*cols], w[j*cols:(j+1)*cols]
-			axpy(-dot(gj, wj)/dot(wj, wj), wj, gj)
+			kernels.Axpy(-kernels.Dot(gj, wj)/kernels.Dot(wj, wj), wj, gj)
 		}
 	})
 }
@@ -446,7 +448,7 @@ func normalizeRows(w []float32, rows, cols int) {
 	parallelRows(rows, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			r := w[j*cols : (j+1)*cols]
-			n := float32(math.Sqrt(float64(dot(r, r))))
+			n := float32(math.Sqrt(float64(kernels.Dot(r, r))))
 			if n > 0 {
 				for i := range r {
 					r[i] /= n

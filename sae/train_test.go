@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/factlens/factlens/gpt2/kernels"
 )
 
 // TestSyntheticRecovery trains on 512 ground-truth unit directions in 64
@@ -55,7 +57,7 @@ func TestSyntheticRecovery(t *testing.T) {
 			if c.arch == TopK {
 				for j := 0; j < 1024; j += 97 {
 					row := s.WDec[j*64 : (j+1)*64]
-					if n := math.Sqrt(float64(dot(row, row))); math.Abs(n-1) > 1e-4 {
+					if n := math.Sqrt(float64(kernels.Dot(row, row))); math.Abs(n-1) > 1e-4 {
 						t.Errorf("decoder row %d has norm %v, want 1", j, n)
 					}
 				}
