@@ -98,7 +98,7 @@ func checkRendered(t *testing.T, htmlPath, dom string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tag := range []string{"<svg", "<rect", "<table", "<polyline"} {
+	for _, tag := range []string{"<svg", "<rect", "<table", "<polyline", "<circle"} {
 		want := strings.Count(string(src), tag)
 		if got := strings.Count(dom, tag); got != want {
 			t.Errorf("browser DOM has %d %s elements, the file %d", got, tag, want)

@@ -21,7 +21,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-.tok{font-family:ui-monospace,monospace;white-space:pre}
+.tok{font-family:ui-monospace,monospace;white-space:pre-wrap}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}
 dt{font-weight:600}
 figure{margin:0 0 1.5em}figcaption{font-size:13px;color:#555;margin-bottom:4px}
@@ -264,6 +264,13 @@ func htmlLines(w io.Writer, l *Lines) {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(l.X[j]), py(y)))
 		}
 		fmt.Fprintf(w, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", colour, strings.Join(pts, " "))
+		// Markers keep single points (a 1-layer model's curve) visible.
+		for j, y := range s.Y {
+			if j < len(l.X) && !math.IsNaN(y) && !math.IsInf(y, 0) {
+				fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s: %s at %s</title></circle>`+"\n",
+					px(l.X[j]), py(y), colour, esc(s.Name), formatPlotValue(y), formatPlotValue(l.X[j]))
+			}
+		}
 		fmt.Fprintf(w, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", width-right+8, top+14+16*i, colour, esc(s.Name))
 	}
 	fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", left+(width-left-right)/2, height-6, esc(l.XLabel))
