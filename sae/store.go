@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/factlens/factlens/gpt2"
+	"github.com/factlens/factlens/weights"
 )
 
 // Tokenizer is what the activation store needs of a tokenizer;
@@ -31,11 +32,20 @@ type StoreConfig struct {
 	Hook      string
 	HeadIndex *int
 
-	// Files are the corpus: plain text (each file one document) or JSON
-	// Lines (*.jsonl, *.json: one document per line, its "text" field).
-	// Documents are joined with <|endoftext|> into one token stream that is
-	// cut into windows.
+	// Files are the corpus: plain text (each file one document), JSON
+	// Lines (*.jsonl, *.json: one document per line, its TextColumn field)
+	// or Parquet (*.parquet: one document per row of its TextColumn column).
+	// An entry hf://datasets/ORG/NAME[@REVISION]/PATH (huggingface_hub's
+	// HfFileSystem form) is a file of a Hugging Face dataset repository,
+	// downloaded through Hub into its cache when first read. Documents are
+	// joined with <|endoftext|> into one token stream that is cut into
+	// windows.
 	Files []string
+	// TextColumn names the Parquet column or JSON Lines field holding the
+	// text (default DefaultTextColumn, "text").
+	TextColumn string
+	// Hub fetches hf:// corpus entries; it may be nil when there are none.
+	Hub *weights.Hub
 
 	// ContextSize is the number of positions per window including the BOS
 	// token when PrependBOS is set (SAELens context_size, default 128).
@@ -97,13 +107,11 @@ func NewModelSource(m *gpt2.Model, tok Tokenizer, cfg StoreConfig) (*ModelSource
 	if cfg.ContextSize < minCtx || cfg.ContextSize > m.NCtx() {
 		return nil, fmt.Errorf("sae: store: context size %d must be in [%d, n_positions %d]", cfg.ContextSize, minCtx, m.NCtx())
 	}
-	if len(cfg.Files) == 0 {
-		return nil, errors.New("sae: store: no corpus files")
+	if cfg.TextColumn == "" {
+		cfg.TextColumn = DefaultTextColumn
 	}
-	for _, f := range cfg.Files {
-		if _, err := os.Stat(f); err != nil {
-			return nil, fmt.Errorf("sae: store: %w", err)
-		}
+	if err := checkCorpus(cfg.Files, cfg.Hub); err != nil {
+		return nil, err
 	}
 	dims, err := hookTrailingShape(m, cfg.Hook)
 	if err != nil {
@@ -120,7 +128,7 @@ func NewModelSource(m *gpt2.Model, tok Tokenizer, cfg StoreConfig) (*ModelSource
 		dIn = dims[1]
 	}
 	s := &ModelSource{m: m, cfg: cfg, dIn: dIn, hookDims: dims}
-	s.toks = &tokenStream{files: cfg.Files, tok: tok, maxDoc: cfg.MaxDocBytes, repeat: !cfg.SinglePass}
+	s.toks = newTokenStream(tok, cfg, !cfg.SinglePass)
 	s.rng = rand.New(rand.NewPCG(cfg.Seed, 0))
 	return s, nil
 }
@@ -207,7 +215,7 @@ func (s *ModelSource) refill(ctx context.Context) error {
 		}
 		var windows [][]int
 		for len(windows) < s.cfg.ModelBatch {
-			w, err := s.toks.window(s.windowLen())
+			w, err := s.toks.window(ctx, s.windowLen())
 			if errors.Is(err, io.EOF) {
 				ended = true
 				break
@@ -328,14 +336,16 @@ func (s *ModelSource) MarshalState() ([]byte, error) {
 // generator is re-seeded from that position; rows that were still in the
 // mixing buffer when the checkpoint was written are skipped, so a resumed
 // run sees fresh data but not exactly the rows an uninterrupted run would.
+// The interface gives no context: hf:// corpus files that must be fetched
+// again are downloaded without a deadline.
 func (s *ModelSource) UnmarshalState(b []byte) error {
 	var st sourceState
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("sae: store: state: %w", err)
 	}
-	s.toks = &tokenStream{files: s.cfg.Files, tok: s.toks.tok, maxDoc: s.cfg.MaxDocBytes, repeat: !s.cfg.SinglePass}
+	s.toks = newTokenStream(s.toks.tok, s.cfg, !s.cfg.SinglePass)
 	for i := int64(0); i < st.Windows; i++ {
-		if _, err := s.toks.window(s.windowLen()); err != nil {
+		if _, err := s.toks.window(context.Background(), s.windowLen()); err != nil {
 			return fmt.Errorf("sae: store: skipping to window %d: %w", st.Windows, err)
 		}
 	}
@@ -347,18 +357,32 @@ func (s *ModelSource) UnmarshalState(b []byte) error {
 
 // Windows cuts the corpus into up to n windows of StoreConfig's context
 // (without the BOS token, which Run's PrependBOS adds), for evaluation.
+// The files are local; CorpusWindows also reads hf:// entries.
 func Windows(tok Tokenizer, files []string, contextSize int, prependBOS bool, n int) ([][]int, error) {
-	ts := &tokenStream{files: files, tok: tok, maxDoc: 1 << 20}
-	l := contextSize
-	if prependBOS {
+	return CorpusWindows(context.Background(), tok, StoreConfig{Files: files, ContextSize: contextSize, PrependBOS: prependBOS}, n)
+}
+
+// CorpusWindows is Windows over cfg's corpus (Files, TextColumn, Hub),
+// context size and PrependBOS; the other fields are ignored.
+func CorpusWindows(ctx context.Context, tok Tokenizer, cfg StoreConfig, n int) ([][]int, error) {
+	if cfg.TextColumn == "" {
+		cfg.TextColumn = DefaultTextColumn
+	}
+	cfg.MaxDocBytes = 1 << 20
+	if err := checkCorpus(cfg.Files, cfg.Hub); err != nil {
+		return nil, err
+	}
+	ts := newTokenStream(tok, cfg, false)
+	l := cfg.ContextSize
+	if cfg.PrependBOS {
 		l--
 	}
 	if l <= 0 {
-		return nil, fmt.Errorf("sae: context size %d is too small", contextSize)
+		return nil, fmt.Errorf("sae: context size %d is too small", cfg.ContextSize)
 	}
 	var out [][]int
 	for len(out) < n {
-		w, err := ts.window(l)
+		w, err := ts.window(ctx, l)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -373,11 +397,37 @@ func Windows(tok Tokenizer, files []string, contextSize int, prependBOS bool, n 
 	return out, nil
 }
 
+// checkCorpus fails early on an empty corpus, a missing local file, a
+// malformed hf:// entry or one that cannot be fetched for want of a Hub.
+func checkCorpus(files []string, hub *weights.Hub) error {
+	if len(files) == 0 {
+		return errors.New("sae: no corpus files")
+	}
+	for _, f := range files {
+		if !isHFURI(f) {
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("sae: corpus: %w", err)
+			}
+			continue
+		}
+		if _, err := parseHFURI(f); err != nil {
+			return err
+		}
+		if hub == nil {
+			return errNoHub(f)
+		}
+	}
+	return nil
+}
+
 // tokenStream turns corpus files into a stream of token windows.
 type tokenStream struct {
 	files   []string
 	tok     Tokenizer
 	maxDoc  int
+	column  string
+	hub     *weights.Hub
+	local   map[string]string // hf:// entry → its file in the Hub cache
 	repeat  bool
 	fileIdx int
 	docs    *docReader
@@ -385,7 +435,37 @@ type tokenStream struct {
 	anyDoc  bool // some document produced tokens (guards against looping over an empty corpus)
 }
 
-func (ts *tokenStream) window(n int) ([]int, error) {
+func newTokenStream(tok Tokenizer, cfg StoreConfig, repeat bool) *tokenStream {
+	return &tokenStream{files: cfg.Files, tok: tok, maxDoc: cfg.MaxDocBytes, column: cfg.TextColumn,
+		hub: cfg.Hub, local: map[string]string{}, repeat: repeat}
+}
+
+// localPath is where entry is read from: the entry itself, or for an hf://
+// entry its file in the Hub cache, downloaded on first use. Later passes
+// over the corpus reuse the path found the first time.
+func (ts *tokenStream) localPath(ctx context.Context, entry string) (string, error) {
+	if !isHFURI(entry) {
+		return entry, nil
+	}
+	if p, ok := ts.local[entry]; ok {
+		return p, nil
+	}
+	d, err := parseHFURI(entry)
+	if err != nil {
+		return "", err
+	}
+	if ts.hub == nil {
+		return "", errNoHub(entry)
+	}
+	p, _, err := ts.hub.DownloadDataset(ctx, d.repo, d.revision, d.path)
+	if err != nil {
+		return "", fmt.Errorf("sae: corpus %s: %w", entry, err)
+	}
+	ts.local[entry] = p
+	return p, nil
+}
+
+func (ts *tokenStream) window(ctx context.Context, n int) ([]int, error) {
 	for len(ts.pending) < n {
 		if ts.docs == nil {
 			if ts.fileIdx == len(ts.files) {
@@ -394,7 +474,11 @@ func (ts *tokenStream) window(n int) ([]int, error) {
 				}
 				ts.fileIdx = 0
 			}
-			r, err := openDocs(ts.files[ts.fileIdx], ts.maxDoc)
+			path, err := ts.localPath(ctx, ts.files[ts.fileIdx])
+			if err != nil {
+				return nil, err
+			}
+			r, err := openDocs(path, ts.maxDoc, ts.column)
 			if err != nil {
 				return nil, err
 			}
@@ -424,34 +508,56 @@ func (ts *tokenStream) window(n int) ([]int, error) {
 	return w, nil
 }
 
-// docReader yields the documents of one file: JSON Lines' "text" fields, or
-// a plain-text file in paragraph-aligned pieces (end is true on the last
-// piece of a document).
+// docReader yields the documents of one file: the text fields of JSON
+// Lines, the text column of Parquet, or a plain-text file in
+// paragraph-aligned pieces (end is true on the last piece of a document).
 type docReader struct {
 	path   string
 	f      *os.File
 	sc     *bufio.Scanner
 	jsonl  bool
+	pq     *parquetDocs
+	column string
 	maxDoc int
 	line   int
 	done   bool
 }
 
-var jsonlName = regexp.MustCompile(`(?i)\.jsonl?$`)
+var (
+	jsonlName   = regexp.MustCompile(`(?i)\.jsonl?$`)
+	parquetName = regexp.MustCompile(`(?i)\.parquet$`)
+)
 
-func openDocs(path string, maxDoc int) (*docReader, error) {
+func openDocs(path string, maxDoc int, column string) (*docReader, error) {
+	if parquetName.MatchString(filepath.Base(path)) {
+		pq, err := openParquetDocs(path, column)
+		if err != nil {
+			return nil, err
+		}
+		return &docReader{path: path, pq: pq}, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("sae: corpus: %w", err)
 	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 256<<20)
-	return &docReader{path: path, f: f, sc: sc, jsonl: jsonlName.MatchString(filepath.Base(path)), maxDoc: maxDoc}, nil
+	return &docReader{path: path, f: f, sc: sc, jsonl: jsonlName.MatchString(filepath.Base(path)), column: column, maxDoc: maxDoc}, nil
 }
 
-func (r *docReader) close() { r.f.Close() }
+func (r *docReader) close() {
+	if r.pq != nil {
+		r.pq.close()
+		return
+	}
+	r.f.Close()
+}
 
 func (r *docReader) next() (text string, end bool, err error) {
+	if r.pq != nil {
+		text, err := r.pq.next()
+		return text, err == nil, err
+	}
 	if r.jsonl {
 		for r.sc.Scan() {
 			r.line++
@@ -459,16 +565,19 @@ func (r *docReader) next() (text string, end bool, err error) {
 			if line == "" {
 				continue
 			}
-			var doc struct {
-				Text *string `json:"text"`
-			}
+			var doc map[string]json.RawMessage
 			if err := json.Unmarshal([]byte(line), &doc); err != nil {
 				return "", false, fmt.Errorf("sae: corpus %s:%d: %w", r.path, r.line, err)
 			}
-			if doc.Text == nil {
-				return "", false, fmt.Errorf("sae: corpus %s:%d: no \"text\" field", r.path, r.line)
+			field, ok := doc[r.column]
+			if !ok || string(field) == "null" {
+				return "", false, fmt.Errorf("sae: corpus %s:%d: no %q field", r.path, r.line, r.column)
 			}
-			return *doc.Text, true, nil
+			var text string
+			if err := json.Unmarshal(field, &text); err != nil {
+				return "", false, fmt.Errorf("sae: corpus %s:%d: field %q: %w", r.path, r.line, r.column, err)
+			}
+			return text, true, nil
 		}
 		if err := r.sc.Err(); err != nil {
 			return "", false, fmt.Errorf("sae: corpus %s: %w", r.path, err)

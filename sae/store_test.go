@@ -119,8 +119,8 @@ func TestModelSourceStateAndErrors(t *testing.T) {
 	}
 	// Both token streams now continue at the same window (the corpus loops).
 	for i := 0; i < 5; i++ {
-		a, _ := src.toks.window(9)
-		b, _ := other.toks.window(9)
+		a, _ := src.toks.window(context.Background(), 9)
+		b, _ := other.toks.window(context.Background(), 9)
 		if !slices.Equal(a, b) {
 			t.Fatalf("window %d after restoring: %v vs %v", i, a, b)
 		}

@@ -40,6 +40,9 @@ const (
 //	    .no_exist/<commit>/<file>          empty marker: file absent at that commit
 //	<CacheDir>/.locks/models--<org>--<name>/<etag>.lock
 //
+// Dataset repositories (DownloadDataset) are laid out the same way under
+// datasets--<org>--<name>.
+//
 // The zero value is usable: it talks to DefaultHubEndpoint without a token and
 // caches under ~/.cache/huggingface/hub. A Hub may be used by several
 // goroutines at once; downloads of the same blob are serialised by a file
@@ -314,10 +317,14 @@ func (h *Hub) newStatusError(resp *http.Response, repo, revision, file string) *
 		}
 	case code == "RepoNotFound":
 		e.Kind, e.Detail = ErrRepoNotFound, "repository does not exist, or is private"
+		what := "model id"
+		if strings.HasPrefix(repo, "datasets/") {
+			what = "dataset id"
+		}
 		if h.Token == "" {
-			e.Hint = "check the model id; if the repository is private " + h.tokenSetting()
+			e.Hint = "check the " + what + "; if the repository is private " + h.tokenSetting()
 		} else {
-			e.Hint = "check the model id; if the repository is private, check that " + h.tokenSetting() + " has access to it"
+			e.Hint = "check the " + what + "; if the repository is private, check that " + h.tokenSetting() + " has access to it"
 		}
 	case resp.StatusCode == http.StatusUnauthorized:
 		e.Kind = ErrUnauthorized

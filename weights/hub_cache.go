@@ -14,13 +14,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hubRepoFolder is huggingface_hub's repo_folder_name for a model repository.
-func hubRepoFolder(repo string) string {
-	return "models--" + strings.ReplaceAll(repo, "/", "--")
+// hubRepo is one Hub repository: its id ("org/name") and its type, which
+// huggingface_hub calls repo_type ("model" or "dataset"; spaces are not
+// needed here).
+type hubRepo struct {
+	typ string
+	id  string
 }
 
-func (h *Hub) storageDir(repo string) string {
-	return filepath.Join(h.cacheDir(), hubRepoFolder(repo))
+const (
+	hubModel   = "model"
+	hubDataset = "dataset"
+)
+
+// path is the repository as it appears in URLs and in messages:
+// huggingface_hub's REPO_TYPES_URL_PREFIXES put "datasets/" before a
+// dataset id and nothing before a model id.
+func (r hubRepo) path() string {
+	if r.typ == hubDataset {
+		return "datasets/" + r.id
+	}
+	return r.id
+}
+
+// folder is huggingface_hub's repo_folder_name: the type in the plural, then
+// the id, joined by "--" (models--org--name, datasets--org--name).
+func (r hubRepo) folder() string {
+	return r.typ + "s--" + strings.ReplaceAll(r.id, "/", "--")
+}
+
+func (h *Hub) storageDir(r hubRepo) string {
+	return filepath.Join(h.cacheDir(), r.folder())
 }
 
 func hubPointerPath(storage, commit, filename string) string {
@@ -33,8 +57,8 @@ func hubNoExistPath(storage, commit, filename string) string {
 
 // hubLockPath is where huggingface_hub ≥ 0.21 locks a blob; taking the same
 // lock keeps a Python process and this one from writing one blob together.
-func (h *Hub) lockPath(repo, etag string) string {
-	return filepath.Join(h.cacheDir(), ".locks", hubRepoFolder(repo), etag+".lock")
+func (h *Hub) lockPath(r hubRepo, etag string) string {
+	return filepath.Join(h.cacheDir(), ".locks", r.folder(), etag+".lock")
 }
 
 // hubIsCommit matches huggingface_hub's REGEX_COMMIT_HASH: a full, lower-case
@@ -206,8 +230,9 @@ func hubLinkPointer(pointer, blob string) error {
 // lookupCache finds a file in the cache without the network, as
 // huggingface_hub does offline: a branch or tag goes through refs/, a commit
 // sha is used as it is.
-func (h *Hub) lookupCache(repo, revision, filename string) (path, commit string, err *HubError) {
-	storage := h.storageDir(repo)
+func (h *Hub) lookupCache(r hubRepo, revision, filename string) (path, commit string, err *HubError) {
+	storage := h.storageDir(r)
+	repo := r.path()
 	notCached := func(detail string) *HubError {
 		return &HubError{Kind: ErrNotCached, Repo: repo, Revision: revision, File: filename, Detail: detail}
 	}

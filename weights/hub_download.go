@@ -45,11 +45,24 @@ type hubFileMeta struct {
 //
 // Errors are *HubError values; see the Err… kinds.
 func (h *Hub) Download(ctx context.Context, repo, revision, filename string) (localPath, commit string, err error) {
+	return h.download(ctx, hubRepo{typ: hubModel, id: repo}, revision, filename)
+}
+
+// DownloadDataset is Download for a dataset repository: the file is fetched
+// from {Endpoint}/datasets/{repo}/resolve/{revision}/{filename} and cached
+// under datasets--<org>--<name>, where huggingface_hub puts it for
+// hf_hub_download(..., repo_type="dataset"). Errors name the repository as
+// "datasets/<repo>".
+func (h *Hub) DownloadDataset(ctx context.Context, repo, revision, filename string) (localPath, commit string, err error) {
+	return h.download(ctx, hubRepo{typ: hubDataset, id: repo}, revision, filename)
+}
+
+func (h *Hub) download(ctx context.Context, r hubRepo, revision, filename string) (localPath, commit string, err error) {
 	if revision == "" {
 		revision = defaultRevision
 	}
-	if !ValidRepoID(repo) {
-		return "", "", fmt.Errorf("weights: %q is not a valid Hub model id (want \"name\" or \"org/name\")", repo)
+	if !ValidRepoID(r.id) {
+		return "", "", fmt.Errorf("weights: %q is not a valid Hub %s id (want \"name\" or \"org/name\")", r.id, r.typ)
 	}
 	if err := hubCheckRelPath("file name", filename); err != nil {
 		return "", "", err
@@ -57,18 +70,19 @@ func (h *Hub) Download(ctx context.Context, repo, revision, filename string) (lo
 	if err := hubCheckRelPath("revision", revision); err != nil {
 		return "", "", err
 	}
-	storage := h.storageDir(repo)
+	storage := h.storageDir(r)
+	repo := r.path() // how errors and URLs name it
 
 	// A commit never changes, so what the cache knows about it is final.
 	if hubIsCommit(revision) {
-		path, _, herr := h.lookupCache(repo, revision, filename)
+		path, _, herr := h.lookupCache(r, revision, filename)
 		if herr == nil || errors.Is(herr, ErrEntryNotFound) {
 			return hubPathOrEmpty(path, herr), revision, hubErrOrNil(herr)
 		}
 	}
 
 	if h.Offline {
-		path, commit, herr := h.lookupCache(repo, revision, filename)
+		path, commit, herr := h.lookupCache(r, revision, filename)
 		if herr != nil {
 			if herr.Kind == ErrNotCached {
 				herr.Detail = "offline mode is on (HF_HUB_OFFLINE) and " + herr.Detail
@@ -94,7 +108,7 @@ func (h *Hub) Download(ctx context.Context, repo, revision, filename string) (lo
 		case ErrRevisionNotFound:
 			return "", "", herr
 		}
-		if path, commit, cerr := h.lookupCache(repo, revision, filename); cerr == nil {
+		if path, commit, cerr := h.lookupCache(r, revision, filename); cerr == nil {
 			return path, commit, nil
 		}
 		return "", "", herr
@@ -108,7 +122,7 @@ func (h *Hub) Download(ctx context.Context, repo, revision, filename string) (lo
 	}
 
 	if !hubFileOK(pointer, meta.size) {
-		unlock, err := hubLock(ctx, h.lockPath(repo, meta.etag))
+		unlock, err := hubLock(ctx, h.lockPath(r, meta.etag))
 		if err != nil {
 			if ctx.Err() != nil {
 				return "", "", hubContextError(ctx, repo, revision, filename)
@@ -156,9 +170,10 @@ func hubFileOK(path string, size int64) bool {
 }
 
 // fileURL is huggingface_hub's hf_hub_url: the revision is escaped whole
-// (refs/pr/1 → refs%2Fpr%2F1), the file name keeps its slashes.
-func (h *Hub) fileURL(repo, revision, filename string) string {
-	return h.endpoint() + "/" + repo + "/resolve/" + hubQuote(revision, "") + "/" + hubQuote(filename, "/")
+// (refs/pr/1 → refs%2Fpr%2F1), the file name keeps its slashes. repoPath is
+// hubRepo.path(): the id, after "datasets/" for a dataset.
+func (h *Hub) fileURL(repoPath, revision, filename string) string {
+	return h.endpoint() + "/" + repoPath + "/resolve/" + hubQuote(revision, "") + "/" + hubQuote(filename, "/")
 }
 
 // hubQuote is Python's urllib.parse.quote: every byte but ASCII letters,

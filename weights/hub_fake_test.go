@@ -6,6 +6,8 @@ package weights
 // quoted in huggingface_hub, hf-hub and swift-transformers issues):
 //
 //   - HEAD/GET /{repo}/resolve/{revision}/{path}, revision URL-escaped whole;
+//     a dataset repository is served under /datasets/{repo}/resolve/… and is
+//     added to the fake as "datasets/{repo}";
 //   - every answer about a file carries X-Repo-Commit;
 //   - a regular (git) file: 200 with ETag "<git blob sha1>" and its length,
 //     or, with resolveCache set, a relative 307 to
@@ -196,6 +198,8 @@ func (f *fakeHub) serveHub(w http.ResponseWriter, r *http.Request) {
 	var repoID, revision, path string
 	cached := false
 	switch {
+	case len(seg) >= 6 && seg[0] == "datasets" && seg[3] == "resolve":
+		repoID, revision, path = "datasets/"+seg[1]+"/"+seg[2], seg[4], strings.Join(seg[5:], "/")
 	case len(seg) >= 5 && seg[2] == "resolve":
 		repoID, revision, path = seg[0]+"/"+seg[1], seg[3], strings.Join(seg[4:], "/")
 	case len(seg) >= 7 && seg[0] == "api" && seg[1] == "resolve-cache" && seg[2] == "models":

@@ -174,7 +174,8 @@ func (a *app) saeTrainCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "train --hook HOOK --corpus FILE[,FILE] --out DIR",
 		Short: "Train an SAE on activations at one hook point over a text corpus",
-		Long: `train runs the model over the corpus (plain text, or JSON Lines with a "text" field),
+		Long: `train runs the model over the corpus (plain text, JSON Lines or Parquet with a "text" field,
+local or a Hugging Face dataset file hf://datasets/ORG/NAME[@REVISION]/PATH fetched into the Hub cache),
 harvests the activations at --hook through a shuffling buffer as SAELens' ActivationsStore does,
 and trains a TopK or standard (ReLU + L1) SAE on them with Adam. The result is an SAELens folder
 in --out (cfg.json, sae_weights.safetensors, sparsity.safetensors) with the model, hook, corpus
@@ -194,7 +195,7 @@ budget).`,
 	f.rf.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&f.hook, "hook", "", "hook point to read (required), e.g. blocks.6.hook_resid_pre")
-	fl.StringSliceVar(&f.corpus, "corpus", nil, "corpus files: plain text, or .jsonl with a \"text\" field (required)")
+	fl.StringSliceVar(&f.corpus, "corpus", nil, "corpus files: plain text, .jsonl or .parquet with a \"text\" field, or hf://datasets/ORG/NAME[@REV]/FILE (required)")
 	fl.StringVarP(&f.out, "out", "o", "", "output folder for the SAE and its checkpoints (required)")
 	fl.StringVar(&f.arch, "arch", "topk", "architecture: topk or standard (ReLU + decoder-norm-weighted L1)")
 	fl.IntVar(&f.k, "k", 32, "topk: latents kept per token")
@@ -284,11 +285,13 @@ func (a *app) runSAETrain(cmd *cobra.Command, f *saeTrainFlags) error {
 	}
 	// Tokenizing the first window fails fast on a missing or empty corpus,
 	// before any model runs.
-	if _, err := sae.Windows(lm.tok, src.Corpus, src.ContextSize, src.PrependBOS, 1); err != nil {
+	hub := a.hub()
+	if _, err := sae.CorpusWindows(ctx, lm.tok, sae.StoreConfig{Files: src.Corpus, Hub: hub,
+		ContextSize: src.ContextSize, PrependBOS: src.PrependBOS}, 1); err != nil {
 		return fmt.Errorf("--corpus: %w", err)
 	}
 	store, err := sae.NewModelSource(lm.model, lm.tok, sae.StoreConfig{
-		Hook: src.Hook, Files: src.Corpus, ContextSize: src.ContextSize, PrependBOS: src.PrependBOS,
+		Hook: src.Hook, Files: src.Corpus, Hub: hub, ContextSize: src.ContextSize, PrependBOS: src.PrependBOS,
 		ExcludeBOS: src.ExcludeBOS, ModelBatch: f.harvestBatch, BufferRows: f.buffer, Seed: src.Seed,
 	})
 	if err != nil {
@@ -402,7 +405,7 @@ func (f *saeTrainFlags) validate(cmd *cobra.Command) error {
 	case f.hook == "":
 		return usagef("--hook is required, e.g. --hook blocks.6.hook_resid_pre")
 	case len(f.corpus) == 0:
-		return usagef("--corpus FILE[,FILE] is required: plain text or .jsonl with a \"text\" field")
+		return usagef("--corpus FILE[,FILE] is required: plain text, .jsonl or .parquet with a \"text\" field, or hf://datasets/ORG/NAME[@REV]/FILE")
 	case f.arch != string(sae.TopK) && f.arch != string(sae.Standard):
 		return usagef("unknown --arch %q (want topk or standard)", f.arch)
 	case f.normalize != sae.NormExpectedAverageOnlyIn && f.normalize != sae.NormNone:
@@ -1107,7 +1110,8 @@ release table) unless --processing is given; a mismatch is reported as a warning
 				return usagef("--context %d exceeds the model's %d positions", ctxSize, lm.model.NCtx())
 			}
 			start := time.Now()
-			wins, err := sae.Windows(lm.tok, corpus, ctxSize, lm.prependBOS, windows)
+			wins, err := sae.CorpusWindows(ctx, lm.tok, sae.StoreConfig{Files: corpus, Hub: a.hub(),
+				ContextSize: ctxSize, PrependBOS: lm.prependBOS}, windows)
 			if err != nil {
 				return fmt.Errorf("--corpus: %w", err)
 			}
@@ -1130,7 +1134,7 @@ release table) unless --processing is given; a mismatch is reported as a warning
 	}
 	f.register(cmd)
 	fl := cmd.Flags()
-	fl.StringSliceVar(&corpus, "corpus", nil, "evaluation corpus: plain text, or .jsonl with a \"text\" field (required)")
+	fl.StringSliceVar(&corpus, "corpus", nil, "evaluation corpus: plain text, .jsonl or .parquet with a \"text\" field, or hf://datasets/ORG/NAME[@REV]/FILE (required)")
 	fl.IntVar(&windows, "windows", 64, "number of context windows to evaluate")
 	fl.IntVar(&contextSize, "context", 0, "tokens per window, BOS included (default: the SAE's context_size, else 128)")
 	fl.IntVar(&batch, "batch", 8, "windows per forward pass")
