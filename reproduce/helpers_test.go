@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/factlens/factlens/gpt2"
@@ -27,26 +26,7 @@ func randomGPT2(t testing.TB) (*gpt2.Model, *gpt2.Tokenizer) {
 	cfg := weights.DefaultConfig()
 	cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NPositions, cfg.NCtx = 2, 16, 2, 64, 64
 	rng := rand.New(rand.NewPCG(1, 2))
-	var tensors []weights.Tensor
-	for _, spec := range cfg.ParamSpecs() {
-		if spec.Name == "lm_head.weight" {
-			continue
-		}
-		n := 1
-		for _, d := range spec.Shape {
-			n *= d
-		}
-		data := make([]float32, n)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64() * 0.2)
-		}
-		if strings.HasSuffix(spec.Name, "ln_1.weight") || strings.HasSuffix(spec.Name, "ln_2.weight") || spec.Name == "ln_f.weight" {
-			for i := range data {
-				data[i] += 1
-			}
-		}
-		tensors = append(tensors, weights.Tensor{Name: spec.Name, Shape: spec.Shape, Data: data})
-	}
+	tensors := weights.RandomTensors(cfg, rng, 0.2)
 	if err := weights.SaveCheckpoint(dir, cfg, tensors, weights.SaveOptions{AttnBiasBuffers: true}); err != nil {
 		t.Fatal(err)
 	}

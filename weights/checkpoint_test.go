@@ -521,3 +521,42 @@ func TestIsAttnBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomTensorsMakeALoadableCheckpoint checks RandomTensors against the
+// config's own shapes through a save and load, and its distribution against
+// the requested one (sample statistics, not the generator's code).
+func TestRandomTensorsMakeALoadableCheckpoint(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NPositions, cfg.NCtx, cfg.VocabSize = 2, 16, 2, 8, 8, 100
+	tensors := RandomTensors(cfg, rand.New(rand.NewPCG(3, 4)), 0.5)
+	dir := t.TempDir()
+	if err := SaveCheckpoint(dir, cfg, tensors, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ck, err := OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	wte := ck.Params["wte.weight"].Data
+	var sum, sq float64
+	for _, v := range wte {
+		sum += float64(v)
+		sq += float64(v) * float64(v)
+	}
+	n := float64(len(wte))
+	mean, std := sum/n, math.Sqrt(sq/n-(sum/n)*(sum/n))
+	if math.Abs(mean) > 0.05 || math.Abs(std-0.5) > 0.05 {
+		t.Errorf("wte mean %.3f std %.3f, want about 0 and 0.5", mean, std)
+	}
+	var ln float64
+	for _, v := range ck.Params["ln_f.weight"].Data {
+		ln += float64(v)
+	}
+	if m := ln / 16; math.Abs(m-1) > 0.5 {
+		t.Errorf("ln_f.weight mean %.3f, want about 1", m)
+	}
+	if _, ok := ck.Params["lm_head.weight"]; ok {
+		t.Error("a tied config got an lm_head.weight")
+	}
+}

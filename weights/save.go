@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -223,4 +224,33 @@ func removeStale(dir string, keep map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// RandomTensors draws every parameter of cfg from a normal distribution with
+// standard deviation std, LayerNorm weights around 1 (1 + noise), for tests,
+// benchmarks and synthetic checkpoints that must not depend on downloaded
+// weights. lm_head.weight is left out when cfg ties it to wte. The values
+// depend only on cfg, rng's state and std.
+func RandomTensors(cfg *Config, rng *rand.Rand, std float64) []Tensor {
+	var tensors []Tensor
+	for _, spec := range cfg.ParamSpecs() {
+		if spec.Name == "lm_head.weight" && cfg.TiedEmbeddings() {
+			continue
+		}
+		n := 1
+		for _, d := range spec.Shape {
+			n *= d
+		}
+		data := make([]float32, n)
+		for i := range data {
+			data[i] = float32(rng.NormFloat64() * std)
+		}
+		if strings.HasSuffix(spec.Name, "ln_1.weight") || strings.HasSuffix(spec.Name, "ln_2.weight") || spec.Name == "ln_f.weight" {
+			for i := range data {
+				data[i]++
+			}
+		}
+		tensors = append(tensors, Tensor{Name: spec.Name, Shape: spec.Shape, Data: data})
+	}
+	return tensors
 }

@@ -44,26 +44,7 @@ func tinyCheckpoint(t *testing.T) string {
 		tinyDir = dir
 		cfg := tinyConfig()
 		rng := rand.New(rand.NewPCG(1, 2))
-		var tensors []weights.Tensor
-		for _, spec := range cfg.ParamSpecs() {
-			if spec.Name == "lm_head.weight" {
-				continue
-			}
-			n := 1
-			for _, d := range spec.Shape {
-				n *= d
-			}
-			data := make([]float32, n)
-			for i := range data {
-				data[i] = float32(rng.NormFloat64() * 0.2)
-			}
-			if strings.HasSuffix(spec.Name, "ln_1.weight") || strings.HasSuffix(spec.Name, "ln_2.weight") || spec.Name == "ln_f.weight" {
-				for i := range data {
-					data[i] += 1
-				}
-			}
-			tensors = append(tensors, weights.Tensor{Name: spec.Name, Shape: spec.Shape, Data: data})
-		}
+		tensors := weights.RandomTensors(cfg, rng, 0.2)
 		if tinyErr = weights.SaveCheckpoint(dir, cfg, tensors, weights.SaveOptions{AttnBiasBuffers: true}); tinyErr != nil {
 			return
 		}
